@@ -62,6 +62,10 @@ class ObjectiveConfig:
     #: Gumbel-softmax temperature of the relaxed y fed to the decoder; 0.67 = 2/3 as
     #: recommended by Maddison et al. (2017) and used by JointVAE
     temperature: float = 0.67
+    #: weight mu of the batch marginal entropy in L(y) = mu H(y) - H(y|x) - VAT; mu = 1 is exactly
+    #: eq. 7.  IMSAT (Hu et al. 2017), which eq. 7/9 build on, uses mu = 4 to keep the categories
+    #: balanced; the paper presets use 1, the embedded-digits default uses 4 (see README)
+    marginal_entropy_weight: float = 4.0
     #: VAT radius eps of eq. 9 (L2, in pixel units of [0, 1] images); the paper uses 1; 0 = off
     vat_eps: float = 1.0
     #: VAT finite-difference step xi of the power iteration; 1e-6 as in Miyato et al.'s reference
@@ -117,7 +121,7 @@ class Config:
         _check(all(h >= 1 for h in self.net.encoder_hidden), "net.encoder_hidden", "widths must be positive")
         _check(all(h >= 1 for h in self.net.decoder_hidden), "net.decoder_hidden", "widths must be positive")
         o = self.objective
-        for key in ("beta", "gamma", "vat_eps"):
+        for key in ("beta", "gamma", "vat_eps", "marginal_entropy_weight"):
             _check(getattr(o, key) >= 0, f"objective.{key}", "must be >= 0")
         _check(o.prior_std > 0, "objective.prior_std", "must be > 0")
         _check(o.temperature > 0, "objective.temperature", "must be > 0")

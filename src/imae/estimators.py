@@ -47,14 +47,26 @@ def categorical_kl_to_uniform(log_probs: torch.Tensor) -> torch.Tensor:
     return math.log(log_probs.shape[-1]) - categorical_entropy(log_probs)
 
 
+def batch_marginal_entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """H( (1/M) sum_m p(y | x_m) ): entropy of the batch-averaged class distribution (eq. 7, first term).
+
+    The average is formed in log-space by a logsumexp over the batch.
+    """
+    log_marginal = torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
+    return categorical_entropy(log_marginal)
+
+
+def batch_conditional_entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """(1/M) sum_m H( p(y | x_m) ): the mean entropy of the class posteriors (eq. 7, second term)."""
+    return categorical_entropy(log_probs).mean()
+
+
 def discrete_mutual_information(log_probs: torch.Tensor) -> torch.Tensor:
     """Minibatch mutual information between x and y, eq. 7.
 
-    I_hat(x; y) = H( (1/M) sum_m p(y | x_m) ) - (1/M) sum_m H( p(y | x_m) ),
-    with the batch-averaged distribution formed in log-space by logsumexp.
+    I_hat(x; y) = H( (1/M) sum_m p(y | x_m) ) - (1/M) sum_m H( p(y | x_m) ).
     """
-    log_marginal = torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
-    return categorical_entropy(log_marginal) - categorical_entropy(log_probs).mean()
+    return batch_marginal_entropy(log_probs) - batch_conditional_entropy(log_probs)
 
 
 def pairwise_gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

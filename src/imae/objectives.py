@@ -60,7 +60,8 @@ def vat_penalty(nets: HybridAutoencoder, x: torch.Tensor, fp: ForwardPass, cfg) 
 class IMAEObjective:
     """Minus eq. 8: -(E[log q(x|y,z)] + beta L(y) + beta L(z) - gamma TC(z)).
 
-    L(y) = I_hat(x; y) - VAT (eqs. 7 and 9); L(z) = -sum_k KL(q(z_k) || r(z_k)) (eq. 6) on the
+    L(y) = I_hat(x; y) - VAT (eqs. 7 and 9), where ``marginal_entropy_weight`` = mu != 1 weighs
+    the marginal entropy as mu H(y) - H(y|x) (IMSAT's balance weight; 1 is exactly eq. 7); L(z) = -sum_k KL(q(z_k) || r(z_k)) (eq. 6) on the
     minibatch aggregate marginals; TC(z) by minibatch weighted (or stratified) sampling.
     """
 
@@ -78,9 +79,11 @@ class IMAEObjective:
         aggregate = est.aggregate_log_density(fp.z, fp.mean, fp.logvar, self.dataset_size, cfg.tc_estimator)
         l_z = -est.marginal_kl_to_prior(aggregate, fp.z, cfg.prior_std)
         tc = est.total_correlation(aggregate)
-        mi = est.discrete_mutual_information(fp.log_probs)
+        h_marginal = est.batch_marginal_entropy(fp.log_probs)
+        h_conditional = est.batch_conditional_entropy(fp.log_probs)
+        mi = h_marginal - h_conditional  # eq. 7
         vat = vat_penalty(nets, x, fp, cfg)
-        l_y = mi - vat
+        l_y = cfg.marginal_entropy_weight * h_marginal - h_conditional - vat
         objective = recon + cfg.beta * l_y + cfg.beta * l_z - cfg.gamma * tc
         loss = -objective
         terms = {"loss": loss, "recon": recon, "L_y": l_y, "mi_y": mi, "vat": vat, "L_z": l_z, "tc": tc}
