@@ -187,3 +187,23 @@ def virtual_adversarial_loss(
     """
     r_adv = virtual_adversarial_perturbation(log_prob_fn, x, clean_log_probs, eps, xi, power_iterations)
     return categorical_kl(clean_log_probs.detach(), log_prob_fn(x + r_adv)).mean()
+
+
+def dataset_aggregate_log_density(
+    z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor, max_elements: int = 1 << 24
+) -> AggregateLogDensity:
+    """log q(z_i) and log q(z_ik) with q the mixture of all N posteriors of a data set.
+
+    q(z) = (1/N) sum_n q(z | x_n), evaluated at samples ``z`` ``[S, K]`` against the posteriors
+    ``mean``, ``logvar`` ``[N, K]``; chunked over the samples so that at most ``max_elements``
+    log-densities are held at once.  This is the full-data estimator of Chen et al. (2018) used
+    for evaluation, where the minibatch estimators above are used for training.
+    """
+    n, k = mean.shape
+    chunk = max(1, max_elements // max(1, n * k))
+    joints, marginals = [], []
+    for start in range(0, z.shape[0], chunk):
+        log_q = pairwise_gaussian_log_density(z[start : start + chunk], mean, logvar)  # [c, N, K]
+        joints.append(torch.logsumexp(log_q.sum(dim=2), dim=1) - math.log(n))
+        marginals.append(torch.logsumexp(log_q, dim=1) - math.log(n))
+    return AggregateLogDensity(joint=torch.cat(joints), marginals=torch.cat(marginals))
