@@ -97,6 +97,9 @@ class Model:
         elif seed is not None:
             self.build(data.input_dim, data.image_shape)
         torch.manual_seed(self.config.train.seed)
+        if run_dir is not None:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            write_config(self.config, Path(run_dir))
         self._trainer = self._make_trainer(data, run_dir)
         return self._run(callbacks, progress)
 

@@ -57,7 +57,6 @@ def train_run(config: Config, runs_dir: str | Path = "runs", callbacks: Iterable
     model = Model(config).build(train_data.input_dim, train_data.image_shape)
     run_dir = unique_run_dir(Path(runs_dir), config.name)
     run_dir.mkdir(parents=True)
-    write_config(config, run_dir)
     model.fit(train_data, run_dir=run_dir, callbacks=callbacks, progress=progress)
     finish_run(model, run_dir, eval_data)
     return run_dir

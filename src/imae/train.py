@@ -10,6 +10,7 @@ line of ``log.jsonl``, so ``resume`` continues exactly where an interrupted run 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -19,7 +20,11 @@ import torch
 
 from imae import checkpoint as ckpt
 from imae.data.dataset import ImageDataset
-from imae.errors import ConfigError
+from imae.errors import ConfigError, UserInputError
+
+
+class TrainingDiverged(UserInputError):
+    """A loss term became NaN or infinite; the message names the terms and what to change."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,6 +128,10 @@ class Trainer:
                 epoch_time = time.perf_counter() - start
                 self.epoch += 1
                 self.wall_time += epoch_time
+                if not all(math.isfinite(v) for v in sums.values()):
+                    bad = ", ".join(k for k, v in sums.items() if not math.isfinite(v))
+                    raise TrainingDiverged(f"training diverged in epoch {self.epoch} (non-finite {bad}); "
+                                           "lower train.lr or the objective weights and start again")
                 record = {"epoch": self.epoch, **{k: v / len(slices) for k, v in sums.items()},
                           "epoch_time": epoch_time, "wall_time": self.wall_time}
                 records.append(record)

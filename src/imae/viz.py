@@ -56,7 +56,8 @@ def save_traversal_figure(model, data: ImageDataset, path: str | Path, steps: in
     for ax in axes.flat:
         ax.axis("off")
     for slot, k in enumerate(order):
-        mosaic = images[k].transpose(0, 2, 1, 3).reshape(n_classes * h, n_steps * w)
+        padded = np.pad(images[k], ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=0.5)
+        mosaic = padded.transpose(0, 2, 1, 3).reshape(n_classes * (h + 2), n_steps * (w + 2))
         ax = axes.flat[slot]
         ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(f"z{k}  I>={lower[k]:.2f}", fontsize=8)
