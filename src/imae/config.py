@@ -68,8 +68,12 @@ class ObjectiveConfig:
     marginal_entropy_weight: float = 4.0
     #: VAT radius eps of eq. 9 (L2, in pixel units of [0, 1] images); the paper uses 1; 0 = off
     vat_eps: float = 1.0
-    #: VAT finite-difference step xi of the power iteration; 1e-6 as in Miyato et al.'s reference
-    vat_xi: float = 1e-6
+    #: VAT finite-difference step xi (L2 norm) of the power iteration.  Miyato et al.'s reference
+    #: uses 1e-6, but in float32 (the training dtype) a step of 1e-6 moves the logits by about one
+    #: rounding unit: the power iterate then has cosine ~0.03 with the exact H d on a Table-1
+    #: encoder and some rows come out zero; 1e-2 gives cosine > 0.999 and is still deep in the
+    #: linear regime for eps = 1 (tests/test_estimators.py checks the default against the exact iterate)
+    vat_xi: float = 1e-2
     #: power iterations for r_adv; 1 as in the paper ("a pair of forward and backward passes")
     vat_power_iterations: int = 1
 

@@ -74,24 +74,25 @@ def pairwise_gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: t
     return gaussian_log_density(z.unsqueeze(1), mean.unsqueeze(0), logvar.unsqueeze(0))
 
 
-def log_importance_weights(batch_size: int, dataset_size: int, estimator: str, device=None) -> torch.Tensor:
+def log_importance_weights(batch_size: int, dataset_size: int, estimator: str, device=None,
+                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """log w_ij of the minibatch estimators of the aggregate posterior q(z_i) = sum_j w_ij q(z_i | x_j).
 
     ``"mws"`` (minibatch weighted sampling, Chen et al. 2018, eq. S6): w_ij = 1 / (N M) for all j.
     ``"mss"`` (minibatch stratified sampling, Chen et al. 2018, App. C.2): z_i was drawn from
     q(z | x_i), so its own posterior gets w_ii = 1 / N and the other M - 1 batch members, a
     uniform sample of the remaining N - 1 points, share the rest: w_ij = (N - 1) / (N (M - 1)).
-    The MSS weights of each row sum to 1, so with M = N it is exact.
+    The MSS weights of each row sum to 1 (for M >= 2), so with M = N it is exact.
     """
     m, n = batch_size, dataset_size
     if n < m:
         raise ValueError(f"dataset_size ({n}) must be at least the batch size ({m})")
     if estimator == "mws":
-        return torch.full((m, m), -math.log(n * m), device=device)
+        return torch.full((m, m), -math.log(n * m), device=device, dtype=dtype)
     if estimator == "mss":
         if m == 1:
-            return torch.full((1, 1), -math.log(n), device=device)
-        log_w = torch.full((m, m), math.log(n - 1) - math.log(n * (m - 1)), device=device)
+            return torch.full((1, 1), -math.log(n), device=device, dtype=dtype)
+        log_w = torch.full((m, m), math.log(n - 1) - math.log(n * (m - 1)), device=device, dtype=dtype)
         log_w.fill_diagonal_(-math.log(n))
         return log_w
     raise ValueError(f"unknown TC estimator {estimator!r}; use one of {TC_ESTIMATORS}")
@@ -117,7 +118,7 @@ def aggregate_log_density(
     with the importance weights of :func:`log_importance_weights` by a logsumexp over j.
     """
     m = z.shape[0]
-    log_w = log_importance_weights(m, dataset_size, estimator, device=z.device).to(z.dtype)
+    log_w = log_importance_weights(m, dataset_size, estimator, device=z.device, dtype=z.dtype)
     log_q = pairwise_gaussian_log_density(z, mean, logvar)  # [M, M, K]
     joint = torch.logsumexp(log_q.sum(dim=2) + log_w, dim=1)
     marginals = torch.logsumexp(log_q + log_w.unsqueeze(2), dim=1)
@@ -167,8 +168,8 @@ def virtual_adversarial_perturbation(
     for _ in range(power_iterations):
         d = (xi * d).requires_grad_(True)
         kl = categorical_kl(clean, log_prob_fn(x + d)).sum()
-        (grad,) = torch.autograd.grad(kl, d)
-        d = _unit_rows(grad.detach())
+        (grad,) = torch.autograd.grad(kl, d, allow_unused=True)
+        d = torch.zeros_like(x) if grad is None else _unit_rows(grad.detach())
     return eps * d
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -77,28 +78,17 @@ class ImageDataset:
 
     def to(self, device: torch.device | str) -> "ImageDataset":
         """The same data set with its tensors on ``device``."""
-        return ImageDataset(
-            images=self.images.to(device),
-            image_shape=self.image_shape,
-            labels=None if self.labels is None else self.labels.to(device),
-            factors=None if self.factors is None else self.factors.to(device),
-            factor_names=self.factor_names,
-            factor_sizes=self.factor_sizes,
-            name=self.name,
-            scaling=self.scaling,
-            extras=dict(self.extras),
-        )
+        return self._map_tensors(lambda t: t.to(device))
 
     def subset(self, index: torch.Tensor) -> "ImageDataset":
         """The rows ``index`` as a new data set (used for train/evaluation splits)."""
-        return ImageDataset(
-            images=self.images[index],
-            image_shape=self.image_shape,
-            labels=None if self.labels is None else self.labels[index],
-            factors=None if self.factors is None else self.factors[index],
-            factor_names=self.factor_names,
-            factor_sizes=self.factor_sizes,
-            name=self.name,
-            scaling=self.scaling,
+        return self._map_tensors(lambda t: t[index])
+
+    def _map_tensors(self, fn) -> "ImageDataset":
+        return dataclasses.replace(
+            self,
+            images=fn(self.images),
+            labels=None if self.labels is None else fn(self.labels),
+            factors=None if self.factors is None else fn(self.factors),
             extras=dict(self.extras),
         )
