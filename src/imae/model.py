@@ -92,9 +92,7 @@ class Model:
         overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
         if overrides:
             self.config = config_with(self.config, **overrides)
-        if self.nets is None or self.input_dim != data.input_dim:
-            self.build(data.input_dim, data.image_shape)
-        elif seed is not None:
+        if self.nets is None or self.input_dim != data.input_dim or seed is not None:
             self.build(data.input_dim, data.image_shape)
         torch.manual_seed(self.config.train.seed)
         if run_dir is not None:
