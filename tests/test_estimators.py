@@ -362,14 +362,12 @@ def test_vat_perturbation_rows_have_norm_eps(eps):
     assert r.shape == x.shape
     torch.testing.assert_close(r.norm(dim=1), torch.full((9,), eps, dtype=F64), rtol=0, atol=1e-5)
 
-    # image-shaped input [M, 1, 4, 3]: the norm is taken per example over all pixels
-    def f_img(x):
-        return f(x.flatten(1))
-
-    x_img = x.view(9, 1, 4, 3)
-    r_img = est.virtual_adversarial_perturbation(f_img, x_img, f_img(x_img), eps, power_iterations=2)
-    assert r_img.shape == x_img.shape
-    torch.testing.assert_close(r_img.flatten(1).norm(dim=1), torch.full((9,), eps, dtype=F64), rtol=0, atol=1e-5)
+    # an ensemble batch [E, M, D] with one eps per member: the norm is per example and member
+    x_ens = torch.stack([x, x.flip(0)])
+    eps_ens = torch.tensor([eps, 2 * eps], dtype=F64)
+    r_ens = est.virtual_adversarial_perturbation(f, x_ens, f(x_ens), eps_ens, power_iterations=2)
+    assert r_ens.shape == x_ens.shape
+    torch.testing.assert_close(r_ens.norm(dim=-1), eps_ens[:, None].expand(2, 9), rtol=0, atol=1e-5)
 
 
 def _kl_hessian(f, x0: torch.Tensor) -> torch.Tensor:
@@ -685,3 +683,46 @@ def test_imae_objective_without_vat_has_zero_vat_term():
     _, terms = IMAEObjective(cfg, dataset_size=100)(nets, torch.rand(12, 16, generator=_gen(28)))
     assert terms["vat"].item() == 0.0
     torch.testing.assert_close(terms["L_y"], terms["mi_y"])
+
+
+# ----------------------------------------------------------------------------- ensembles
+
+
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_estimators_with_a_member_dimension_equal_each_member_alone(estimator):
+    """[E, M, K] inputs give one value per member, equal to running each member on its own."""
+    g = _gen(21)
+    e, m, k, c, d = 3, 6, 4, 5, 7
+    z, mean = torch.randn(e, m, k, generator=g, dtype=F64), torch.randn(e, m, k, generator=g, dtype=F64)
+    logvar = torch.randn(e, m, k, generator=g, dtype=F64) * 0.3
+    log_probs = torch.log_softmax(torch.randn(e, m, c, generator=g, dtype=F64), dim=-1)
+    logits, x = torch.randn(e, m, d, generator=g, dtype=F64), torch.rand(e, m, d, generator=g, dtype=F64)
+    prior_std = torch.tensor([1.0, 0.5, 2.0], dtype=F64)
+
+    agg = est.aggregate_log_density(z, mean, logvar, 50, estimator)
+    batched = {
+        "recon": est.bernoulli_log_likelihood(logits, x),
+        "h_marginal": est.batch_marginal_entropy(log_probs),
+        "h_conditional": est.batch_conditional_entropy(log_probs),
+        "mi": est.discrete_mutual_information(log_probs),
+        "tc": est.total_correlation(agg),
+        "kl": est.marginal_kl_to_prior(agg, z, prior_std),
+    }
+    for i in range(e):
+        agg_i = est.aggregate_log_density(z[i], mean[i], logvar[i], 50, estimator)
+        alone = {
+            "recon": est.bernoulli_log_likelihood(logits[i], x[i]),
+            "h_marginal": est.batch_marginal_entropy(log_probs[i]),
+            "h_conditional": est.batch_conditional_entropy(log_probs[i]),
+            "mi": est.discrete_mutual_information(log_probs[i]),
+            "tc": est.total_correlation(agg_i),
+            "kl": est.marginal_kl_to_prior(agg_i, z[i], float(prior_std[i])),
+        }
+        for name, value in alone.items():
+            assert batched[name].shape == (e,), name
+            torch.testing.assert_close(batched[name][i], value, msg=name)
+
+
+def test_per_member_rejects_a_mismatched_member_count():
+    with pytest.raises(ValueError, match="per-member value"):
+        est.per_member(torch.ones(2), torch.zeros(3, 4, 5))

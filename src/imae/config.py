@@ -91,6 +91,9 @@ class TrainConfig:
     threads: int = 0
     #: show a progress bar on stderr
     progress: bool = True
+    #: write weights and optimizer state every N epochs (and always after the last); 0 = only
+    #: at the end.  The log line is written every epoch regardless.
+    checkpoint_every: int = 1
 
 
 @dataclass
@@ -142,6 +145,7 @@ class Config:
         _check(t.batch_size >= 2, "train.batch_size", "must be at least 2 (the minibatch estimators need pairs)")
         _check(t.lr > 0, "train.lr", "must be > 0")
         _check(t.threads >= 0, "train.threads", "must be >= 0 (0 = one per core)")
+        _check(t.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 = only after the last epoch)")
         _check(self.data.n_samples >= 0, "data.n_samples", "must be >= 0 (0 = all)")
         _check(self.data.split in ("train", "test", "all"), "data.split", "must be train, test or all")
         _check(self.data.eval_split in ("train", "test", "all"), "data.eval_split", "must be train, test or all")

@@ -4,6 +4,11 @@ Each function is pure: tensors in, a tensor out, no module state.  Equation numb
 Zhang, Zhao & Balzano, "Information Maximization Auto-Encoding" (2018); other terms cite their
 source.  Shapes: ``M`` is the batch size, ``K`` the dimension of z, ``C`` the number of
 categories of y, ``N`` the size of the data set the batch was drawn from.
+
+Every estimator accepts leading dimensions before the batch dimension: an ensemble of E models
+passes ``[E, M, K]`` and gets one value per member ``[E]`` (the batch axis is always ``-2`` of a
+per-sample tensor, and ``-1`` of a per-sample scalar).  Scalar hyper-parameters (``prior_std``,
+``eps``) may be tensors of shape ``[E]``, one value per member.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from imae.latent import categorical_entropy, categorical_kl, gaussian_log_density
+from imae.latent import LOG_2PI, categorical_entropy, categorical_kl, gaussian_log_density
 
 TC_ESTIMATORS = ("mws", "mss")
 
@@ -28,7 +33,7 @@ def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Ten
     Computed with ``binary_cross_entropy_with_logits``, which is stable in log-space.
     """
     bce = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
-    return -bce.sum(dim=-1).mean()
+    return -bce.sum(dim=-1).mean(dim=-1)
 
 
 def gaussian_kl_to_prior(mean: torch.Tensor, logvar: torch.Tensor, prior_std: float = 1.0) -> torch.Tensor:
@@ -52,13 +57,13 @@ def batch_marginal_entropy(log_probs: torch.Tensor) -> torch.Tensor:
 
     The average is formed in log-space by a logsumexp over the batch.
     """
-    log_marginal = torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
+    log_marginal = torch.logsumexp(log_probs, dim=-2) - math.log(log_probs.shape[-2])
     return categorical_entropy(log_marginal)
 
 
 def batch_conditional_entropy(log_probs: torch.Tensor) -> torch.Tensor:
     """(1/M) sum_m H( p(y | x_m) ): the mean entropy of the class posteriors (eq. 7, second term)."""
-    return categorical_entropy(log_probs).mean()
+    return categorical_entropy(log_probs).mean(dim=-1)
 
 
 def discrete_mutual_information(log_probs: torch.Tensor) -> torch.Tensor:
@@ -70,8 +75,16 @@ def discrete_mutual_information(log_probs: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log q(z_ik | x_j) for every sample i and posterior j of a batch: ``[M, M, K]``."""
-    return gaussian_log_density(z.unsqueeze(1), mean.unsqueeze(0), logvar.unsqueeze(0))
+    """log q(z_ik | x_j) for every sample i and posterior j of a batch: ``[M, M, K]``.
+
+    Written as ``c_jk + d_ijk * (d_ijk * h_jk)`` with d = z_i - mu_j, h = -1/(2 sigma^2) and
+    c = -(log 2 pi + log sigma^2)/2, so only three passes touch the M x M x K tensor (the
+    constants are computed on the M x K posteriors).  Leading dimensions broadcast.
+    """
+    half_precision = (-0.5 * torch.exp(-logvar)).unsqueeze(-3)
+    constant = (-0.5 * (LOG_2PI + logvar)).unsqueeze(-3)
+    diff = z.unsqueeze(-2) - mean.unsqueeze(-3)
+    return torch.addcmul(constant, diff, diff * half_precision)
 
 
 def log_importance_weights(batch_size: int, dataset_size: int, estimator: str, device=None,
@@ -117,11 +130,19 @@ def aggregate_log_density(
     The joint uses sum_k log q(z_ik | x_j) and the marginals log q(z_ik | x_j), each combined
     with the importance weights of :func:`log_importance_weights` by a logsumexp over j.
     """
-    m = z.shape[0]
-    log_w = log_importance_weights(m, dataset_size, estimator, device=z.device, dtype=z.dtype)
-    log_q = pairwise_gaussian_log_density(z, mean, logvar)  # [M, M, K]
-    joint = torch.logsumexp(log_q.sum(dim=2) + log_w, dim=1)
-    marginals = torch.logsumexp(log_q + log_w.unsqueeze(2), dim=1)
+    m = z.shape[-2]
+    log_q = pairwise_gaussian_log_density(z, mean, logvar)  # [..., M, M, K]
+    if estimator == "mws":
+        # constant weights 1/(NM): add log w after the logsumexp instead of to every entry
+        log_w = -math.log(dataset_size * m)
+        if dataset_size < m:
+            raise ValueError(f"dataset_size ({dataset_size}) must be at least the batch size ({m})")
+        joint = torch.logsumexp(log_q.sum(dim=-1), dim=-1) + log_w
+        marginals = torch.logsumexp(log_q, dim=-2) + log_w
+    else:
+        log_w = log_importance_weights(m, dataset_size, estimator, device=z.device, dtype=z.dtype)
+        joint = torch.logsumexp(log_q.sum(dim=-1) + log_w, dim=-1)
+        marginals = torch.logsumexp(log_q + log_w.unsqueeze(-1), dim=-2)
     return AggregateLogDensity(joint=joint, marginals=marginals)
 
 
@@ -130,7 +151,7 @@ def total_correlation(aggregate: AggregateLogDensity) -> torch.Tensor:
 
     The last term of eq. 3 and the gamma-weighted term of eq. 8.
     """
-    return (aggregate.joint - aggregate.marginals.sum(dim=1)).mean()
+    return (aggregate.joint - aggregate.marginals.sum(dim=-1)).mean(dim=-1)
 
 
 def marginal_kl_to_prior(aggregate: AggregateLogDensity, z: torch.Tensor, prior_std: float = 1.0) -> torch.Tensor:
@@ -139,13 +160,28 @@ def marginal_kl_to_prior(aggregate: AggregateLogDensity, z: torch.Tensor, prior_
     Monte Carlo over the batch's samples: sum_k (1/M) sum_i [log q(z_ik) - log r(z_ik)].
     L(z) of eq. 6 is minus this value.  (It is also beta-TCVAE's dimension-wise KL.)
     """
-    log_prior = gaussian_log_density(z, torch.zeros_like(z), torch.full_like(z, 2.0 * math.log(prior_std)))
-    return (aggregate.marginals - log_prior).sum(dim=1).mean()
+    log_prior = gaussian_log_density(z, torch.zeros((), dtype=z.dtype, device=z.device),
+                                     2.0 * torch.log(per_member(prior_std, z)))
+    return (aggregate.marginals - log_prior).sum(dim=-1).mean(dim=-1)
+
+
+def per_member(value, like: torch.Tensor) -> torch.Tensor:
+    """A hyper-parameter as a tensor that broadcasts against ``like`` ``[..., M, F]``.
+
+    A Python number becomes a 0-d tensor; a tensor of one value per ensemble member ``[E]`` is
+    viewed as ``[E, 1, 1]``.
+    """
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if t.dim() == 0:
+        return t
+    if t.dim() != 1 or like.dim() < 3 or t.shape[0] != like.shape[0]:
+        raise ValueError(f"per-member value of shape {tuple(t.shape)} does not match a batch of shape {tuple(like.shape)}")
+    return t.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _unit_rows(d: torch.Tensor) -> torch.Tensor:
-    """Each row scaled to unit L2 norm (a zero row stays zero)."""
-    norm = d.flatten(1).norm(dim=1).view(-1, *([1] * (d.dim() - 1)))
+    """Each example (last axis) scaled to unit L2 norm (a zero row stays zero)."""
+    norm = d.norm(dim=-1, keepdim=True)
     return torch.where(norm > 0, d / torch.where(norm > 0, norm, torch.ones_like(norm)), d)
 
 
@@ -170,7 +206,7 @@ def virtual_adversarial_perturbation(
         kl = categorical_kl(clean, log_prob_fn(x + d)).sum()
         (grad,) = torch.autograd.grad(kl, d, allow_unused=True)
         d = torch.zeros_like(x) if grad is None else _unit_rows(grad.detach())
-    return eps * d
+    return per_member(eps, d) * d
 
 
 def virtual_adversarial_loss(
@@ -187,7 +223,7 @@ def virtual_adversarial_loss(
     gradient flows through the perturbed prediction only.
     """
     r_adv = virtual_adversarial_perturbation(log_prob_fn, x, clean_log_probs, eps, xi, power_iterations)
-    return categorical_kl(clean_log_probs.detach(), log_prob_fn(x + r_adv)).mean()
+    return categorical_kl(clean_log_probs.detach(), log_prob_fn(x + r_adv)).mean(dim=-1)
 
 
 def dataset_aggregate_log_density(
@@ -205,6 +241,6 @@ def dataset_aggregate_log_density(
     joints, marginals = [], []
     for start in range(0, z.shape[0], chunk):
         log_q = pairwise_gaussian_log_density(z[start : start + chunk], mean, logvar)  # [c, N, K]
-        joints.append(torch.logsumexp(log_q.sum(dim=2), dim=1) - math.log(n))
-        marginals.append(torch.logsumexp(log_q, dim=1) - math.log(n))
+        joints.append(torch.logsumexp(log_q.sum(dim=-1), dim=-1) - math.log(n))
+        marginals.append(torch.logsumexp(log_q, dim=-2) - math.log(n))
     return AggregateLogDensity(joint=torch.cat(joints), marginals=torch.cat(marginals))

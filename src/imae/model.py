@@ -16,7 +16,7 @@ from imae import checkpoint as ckpt
 from imae.config import Config, config_from_dict, read_toml, write_toml
 from imae.data.dataset import ImageDataset
 from imae.errors import CheckpointError, ConfigError, DataError
-from imae.nets import Decoder, Encoder
+from imae.nets import Decoder, Encoder, init_members
 from imae.objectives import HybridAutoencoder, build_objective
 from imae.train import EpochCallback, Trainer, resolve_device
 
@@ -45,6 +45,17 @@ def config_with(config: Config | None = None, **params) -> Config:
     return config_from_dict(raw)
 
 
+def build_nets(config: Config, input_dim: int, seeds: list[int]) -> HybridAutoencoder:
+    """The networks of ``config.net`` for ``len(seeds)`` members, member e initialised from ``seeds[e]``."""
+    net = config.net
+    members = len(seeds)
+    encoder = Encoder(input_dim, net.encoder_hidden, net.latent_dim, net.n_classes, net.batchnorm, members=members)
+    decoder = Decoder(input_dim, net.decoder_hidden, net.latent_dim, net.n_classes, members=members)
+    nets = HybridAutoencoder(encoder, decoder)
+    init_members(nets, seeds)
+    return nets
+
+
 class Model:
     """An encoder p(y, z | x), a decoder q(x | y, z) and the objective that trains them."""
 
@@ -59,11 +70,7 @@ class Model:
     # ------------------------------------------------------------------ building
     def build(self, input_dim: int, image_shape: tuple[int, int]) -> "Model":
         """Create the networks for ``input_dim`` pixels (seeded by ``train.seed``)."""
-        net = self.config.net
-        torch.manual_seed(self.config.train.seed)
-        encoder = Encoder(input_dim, net.encoder_hidden, net.latent_dim, net.n_classes, net.batchnorm)
-        decoder = Decoder(input_dim, net.decoder_hidden, net.latent_dim, net.n_classes)
-        self.nets = HybridAutoencoder(encoder, decoder)
+        self.nets = build_nets(self.config, input_dim, [self.config.train.seed])
         self.input_dim, self.image_shape = input_dim, tuple(image_shape)
         return self
 
