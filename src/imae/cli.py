@@ -1,4 +1,4 @@
-"""The ``imae`` command: train, eval, traverse, data download."""
+"""The ``imae`` command: train, sweep, eval, traverse, data download."""
 
 from __future__ import annotations
 
@@ -22,6 +22,26 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--list-models", action="store_true", help="list the models (objectives) and exit")
+
+    sw = sub.add_parser("sweep", help="train a grid of runs (values x seeds) as batched ensembles",
+                        description="Expand a config over --grid values and --seeds; runs that share their "
+                                    "architecture, data and objective settings train together as one batched "
+                                    "ensemble. Each run gets an ordinary run folder under runs/<name>/.")
+    sw.add_argument("--config", help="base TOML config (default: the embedded-digits IMAE config)")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a base config value (repeatable)")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                    help="values of a config key to sweep, e.g. --grid objective.beta=1,2,4 (repeatable; "
+                         "the sweep is the product of all grids)")
+    sw.add_argument("--derive", action="append", default=[], metavar="KEY=F*KEY2",
+                    help="a key set from a grid key, e.g. --derive objective.gamma=2*objective.beta")
+    sw.add_argument("--seeds", default="0", help="seeds of each grid point: 0-9 or 0,1,2 (default: 0)")
+    sw.add_argument("--ensemble-size", type=int, default=16,
+                    help="most runs trained together as one batched ensemble (default: 16; 1 = one at a time)")
+    sw.add_argument("--name", help="sweep folder name (default: <config name>_sweep)")
+    sw.add_argument("--data-root", help="folder holding named data sets (sets data.root)")
+    sw.add_argument("--runs-dir", default="runs", help="where the sweep folder goes (default: runs)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser("eval", help="recompute metrics.json of a run and print it")
     ev.add_argument("run_dir")
@@ -89,6 +109,21 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from imae import sweep
+    from imae.config import apply_overrides, read_toml
+
+    overrides = list(args.overrides) + ([f"data.root={_toml_str(args.data_root)}"] if args.data_root else [])
+    base = apply_overrides(read_toml(args.config) if args.config else {}, overrides)
+    spec = sweep.SweepSpec(grid=sweep.parse_grid(args.grid), derive=sweep.parse_derive(args.derive),
+                           seeds=sweep.parse_seeds(args.seeds))
+    sweep_dir = sweep.run_sweep(base, spec, runs_dir=args.runs_dir, ensemble_size=args.ensemble_size,
+                                progress=False if args.no_progress else None, name=args.name)
+    print((sweep_dir / sweep.SUMMARY_FILE).read_text(), end="")
+    print(f"sweep folder: {sweep_dir}")
+    return 0
+
+
 def _cmd_traverse(args) -> int:
     from imae import runner
 
@@ -106,7 +141,7 @@ def _cmd_data(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "traverse": _cmd_traverse, "data": _cmd_data}
+    handlers = {"train": _cmd_train, "sweep": _cmd_sweep, "eval": _cmd_eval, "traverse": _cmd_traverse, "data": _cmd_data}
     try:
         return handlers[args.command](args)
     except UserInputError as exc:

@@ -41,9 +41,9 @@ def gaussian_kl_to_prior(mean: torch.Tensor, logvar: torch.Tensor, prior_std: fl
 
     Closed form 0.5 * sum_k (s_k^2/r^2 + m_k^2/r^2 - 1 - log s_k^2 + log r^2).
     """
-    prior_logvar = 2.0 * math.log(prior_std)
+    prior_logvar = 2.0 * torch.log(per_member(prior_std, mean))
     ratio = torch.exp(logvar - prior_logvar)
-    kl = 0.5 * (ratio + mean.pow(2) / prior_std**2 - 1.0 - logvar + prior_logvar)
+    kl = 0.5 * (ratio + mean.pow(2) * torch.exp(-prior_logvar) - 1.0 - logvar + prior_logvar)
     return kl.sum(dim=-1)
 
 
