@@ -52,6 +52,16 @@ def categorical_kl_to_uniform(log_probs: torch.Tensor) -> torch.Tensor:
     return math.log(log_probs.shape[-1]) - categorical_entropy(log_probs)
 
 
+def marginal_kl_to_uniform(log_probs: torch.Tensor) -> torch.Tensor:
+    """KL( (1/M) sum_m p(y | x_m) || uniform over C ) = log C - H(batch-averaged p(y)).
+
+    The divergence of the aggregate posterior of y from r(y) (term 3 of Figure 4): InfoVAE's
+    y term and beta-TCVAE's dimension-wise KL of y.  The per-sample KL (``categorical_kl_to_uniform``)
+    averaged over the batch is this plus the minibatch I(x; y) of eq. 7.
+    """
+    return math.log(log_probs.shape[-1]) - batch_marginal_entropy(log_probs)
+
+
 def batch_marginal_entropy(log_probs: torch.Tensor) -> torch.Tensor:
     """H( (1/M) sum_m p(y | x_m) ): entropy of the batch-averaged class distribution (eq. 7, first term).
 
@@ -163,6 +173,113 @@ def marginal_kl_to_prior(aggregate: AggregateLogDensity, z: torch.Tensor, prior_
     log_prior = gaussian_log_density(z, torch.zeros((), dtype=z.dtype, device=z.device),
                                      2.0 * torch.log(per_member(prior_std, z)))
     return (aggregate.marginals - log_prior).sum(dim=-1).mean(dim=-1)
+
+
+def posterior_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log q(z_i | x_i) = sum_k log N(z_ik; mu_ik, sigma_ik^2): each sample under its own posterior, ``[M]``."""
+    return gaussian_log_density(z, mean, logvar).sum(dim=-1)
+
+
+def prior_log_density(z: torch.Tensor, prior_std: float = 1.0) -> torch.Tensor:
+    """log r(z_i) = sum_k log N(z_ik; 0, prior_std^2), ``[M]``; ``prior_std`` may be per member ``[E]``."""
+    return gaussian_log_density(z, torch.zeros((), dtype=z.dtype, device=z.device),
+                                2.0 * torch.log(per_member(prior_std, z))).sum(dim=-1)
+
+
+def index_code_mutual_information(aggregate: AggregateLogDensity, z: torch.Tensor, mean: torch.Tensor,
+                                  logvar: torch.Tensor) -> torch.Tensor:
+    """I(x; z) ~ (1/M) sum_i [log q(z_i | x_i) - log q(z_i)]: the index-code MI of Chen et al. (2018).
+
+    The first term of their decomposition
+    E_x KL(q(z|x) || r(z)) = I(x; z) + TC(z) + sum_k KL(q(z_k) || r(z_k)),
+    with log q(z_i) from :func:`aggregate_log_density`.  Under ``mws`` log q(z_i) carries the
+    offset -log N of the weights 1/(NM) (see the README), so this estimate is shifted by +log N,
+    TC by +(K - 1) log N and the dimension-wise KL by -K log N: the offsets cancel in the sum,
+    which equals :func:`posterior_kl_monte_carlo` exactly for either estimator.
+    """
+    return (posterior_log_density(z, mean, logvar) - aggregate.joint).mean(dim=-1)
+
+
+def posterior_kl_monte_carlo(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
+                             prior_std: float = 1.0) -> torch.Tensor:
+    """E_x KL(q(z|x) || r(z)) ~ (1/M) sum_i [log q(z_i | x_i) - log r(z_i)], one sample per x_i.
+
+    The batch estimate that beta-TCVAE's three terms add up to (index-code MI + TC +
+    dimension-wise KL); its expectation over z is the batch mean of :func:`gaussian_kl_to_prior`.
+    """
+    return (posterior_log_density(z, mean, logvar) - prior_log_density(z, prior_std)).mean(dim=-1)
+
+
+# ----------------------------------------------------------------------------- MMD (InfoVAE)
+
+#: kernels of :func:`maximum_mean_discrepancy`
+MMD_KERNELS = ("gaussian", "gaussian_dim2", "imq")
+
+
+def mmd_kernel_matrix(a: torch.Tensor, b: torch.Tensor, kernel: str = "gaussian", prior_std: float = 1.0) -> torch.Tensor:
+    """k(a_i, b_j) for every pair of rows: ``[..., Ma, Mb]`` from ``[..., Ma, K]`` and ``[..., Mb, K]``.
+
+    With s = ``prior_std`` (1 in every preset) and K the dimension:
+
+    - ``"gaussian"``: exp(-||a - b||^2 / (K s^2)), a Gaussian kernel whose bandwidth grows with the
+      dimension (2 sigma^2 = K s^2): two independent prior samples are about sqrt(2K) s apart,
+      so the kernel stays in its informative range (exp(-2) on average) whatever K is;
+    - ``"gaussian_dim2"``: exp(-||a - b||^2 / (K^2 s^2)), what the MMD-VAE reference code
+      computes (the mean over dimensions of the squared difference, divided again by K): a
+      wider kernel;
+    - ``"imq"``: C / (C + ||a - b||^2) with C = 2 K s^2, the inverse multiquadratic kernel of
+      Wasserstein auto-encoders (Tolstikhin et al. 2018), heavier-tailed than the Gaussian.
+
+    Squared distances are formed from the differences (not ||a||^2 + ||b||^2 - 2ab), so the
+    diagonal of k(a, a) is exactly 1 and no rounding makes a distance negative.
+    """
+    dim = a.shape[-1]
+    sq_dist = (a.unsqueeze(-2) - b.unsqueeze(-3)).pow(2).sum(dim=-1)
+    scale = per_member(prior_std, a) ** 2 * dim
+    if kernel == "gaussian":
+        return torch.exp(-sq_dist / scale)
+    if kernel == "gaussian_dim2":
+        return torch.exp(-sq_dist / (scale * dim))
+    if kernel == "imq":
+        c = 2.0 * scale
+        return c / (c + sq_dist)
+    raise ValueError(f"unknown MMD kernel {kernel!r}; use one of {MMD_KERNELS}")
+
+
+def maximum_mean_discrepancy(a: torch.Tensor, b: torch.Tensor, kernel: str = "gaussian",
+                             prior_std: float = 1.0) -> torch.Tensor:
+    """Squared MMD between the samples ``a`` and ``b`` (Gretton et al. 2012), one value per member.
+
+    MMD^2 = mean_ij k(a_i, a_j) + mean_ij k(b_i, b_j) - 2 mean_ij k(a_i, b_j): the biased
+    V-statistic (all pairs, the diagonal included), as the MMD-VAE reference computes it.  It is
+    the exact squared RKHS distance between the two empirical distributions, so it is never
+    negative and is 0 when they coincide; the unbiased U-statistic (diagonal left out) can go
+    negative on small batches.  Its bias is (E k(a, a) + E k(b, b) - E k(a, a') - E k(b, b')) / M,
+    small against the divergence for the batch sizes used here.  InfoVAE's z term, with ``b``
+    drawn from the prior.
+    """
+    return (mmd_kernel_matrix(a, a, kernel, prior_std).mean(dim=(-2, -1))
+            + mmd_kernel_matrix(b, b, kernel, prior_std).mean(dim=(-2, -1))
+            - 2.0 * mmd_kernel_matrix(a, b, kernel, prior_std).mean(dim=(-2, -1)))
+
+
+# ----------------------------------------------------------------------------- schedules (JointVAE)
+
+
+def linear_capacity(step: int, max_capacity, steps: int, limit: float = math.inf):
+    """C(t) = min(C_max * t / T, C_max, limit): JointVAE's capacity (Dupont 2018), rising linearly
+    from 0 at step 0 to ``max_capacity`` at step ``steps`` = T and constant afterwards (T = 0:
+    C_max from the start); ``limit`` caps it (log K2 for the discrete code, the largest KL a
+    K2-way categorical can have from the uniform prior).  ``max_capacity`` may be one value per
+    member ``[E]`` (then a tensor ``[E]`` comes back).  Dupont's reference evaluates the ramp after
+    incrementing its step counter, i.e. at t + 1: one step ahead of this 0-based schedule.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    fraction = 1.0 if steps <= 0 else min(1.0, step / steps)
+    if isinstance(max_capacity, torch.Tensor):
+        return torch.clamp(max_capacity * fraction, max=limit)
+    return min(max_capacity * fraction, limit)
 
 
 def per_member(value, like: torch.Tensor) -> torch.Tensor:

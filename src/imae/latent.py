@@ -19,6 +19,16 @@ def gaussian_sample(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
 
 
+def gaussian_prior_sample(like: torch.Tensor, std) -> torch.Tensor:
+    """A sample of the prior N(0, std^2 I) shaped like ``like`` (``[E, M, K]`` or ``[M, K]``).
+
+    Drawn from the global torch generator; ``std`` is a number or a tensor that broadcasts
+    against ``like`` (one value per ensemble member viewed as ``[E, 1, 1]``).  InfoVAE compares
+    such a sample, as many points as the batch, with the batch's z by MMD.
+    """
+    return torch.randn_like(like) * std
+
+
 def gaussian_log_density(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Element-wise log N(z; mean, exp(logvar)); broadcasts over its arguments."""
     return -0.5 * (LOG_2PI + logvar + (z - mean) ** 2 * torch.exp(-logvar))

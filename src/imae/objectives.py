@@ -3,11 +3,16 @@
 An objective maps (networks, batch) to ``(loss, terms)``: the scalar to minimise and a dict
 of named scalar tensors for logging.  Every objective shares :func:`forward_pass`, so models
 differ only in how they weigh the terms.
+
+Models (the registry :data:`OBJECTIVES`): ``imae`` (eq. 8) and the baselines of Section 3 and
+Figure 4, each with VAT (eq. 9) on p(y|x): ``beta_vae``, ``info_vae`` (MMD form), ``joint_vae``
+and ``beta_tcvae``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -15,7 +20,7 @@ import torch
 from torch import nn
 
 from imae import estimators as est
-from imae.latent import gaussian_sample, gumbel_softmax_sample
+from imae.latent import gaussian_prior_sample, gaussian_sample, gumbel_softmax_sample
 from imae.nets import Decoder, Encoder, frozen_batchnorm_stats
 
 
@@ -173,8 +178,142 @@ def _w(weight, term: torch.Tensor):
     return weight
 
 
-#: name -> objective class; ``Config.model`` picks one.
-OBJECTIVES: dict[str, Callable] = {IMAEObjective.name: IMAEObjective}
+# ----------------------------------------------------------------------------- baselines
+#
+# The models IMAE is compared with (Section 3, Figure 4), on the same networks, forward pass,
+# training loop and evaluation.  Each augments p(y | x) with VAT (eq. 9) exactly as IMAE does,
+# weighted by beta: IMAE's beta * L(y) contains -beta * VAT, so at every beta of the Figure 2/3
+# sweeps every model carries the same VAT term, and beta = 0 (with gamma = alpha = 0) leaves the
+# plain autoencoder loss -E[log q(x|y,z)] in every model.
+
+
+def _autoencoder_terms(objective: Objective, nets: HybridAutoencoder, x: torch.Tensor):
+    """The pieces every baseline shares: the forward pass, E[log q(x|y,z)], VAT and the
+    minibatch I(x; y) of eq. 7 (logged by every model so that runs compare)."""
+    fp = forward_pass(nets, x, objective.w.temperature)
+    recon = est.bernoulli_log_likelihood(fp.recon_logits, x)
+    vat = vat_penalty(nets, x, fp, objective)
+    mi_y = est.discrete_mutual_information(fp.log_probs)
+    return fp, recon, vat, mi_y
+
+
+class BetaVAEObjective(Objective):
+    """beta-VAE (Higgins et al. 2017) on the hybrid code, plus VAT:
+
+    -(E[log q(x|y,z)] - beta [KL(p(z|x) || r(z)) + KL(p(y|x) || r(y))] - beta VAT),
+
+    r(z) = N(0, prior_std^2 I), r(y) uniform; both KLs in closed form, averaged over the batch
+    (Figure 4: the ELBO's two KL terms, weighted by beta; beta = 1 is the ELBO).
+    """
+
+    name = "beta_vae"
+    summary = "beta-VAE: reconstruction - beta*[KL(p(z|x)||r(z)) + KL(p(y|x)||r(y))] - beta*VAT"
+
+    def terms(self, nets: HybridAutoencoder, x: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
+        w = self.w
+        fp, recon, vat, mi_y = _autoencoder_terms(self, nets, x)
+        kl_z = est.gaussian_kl_to_prior(fp.mean, fp.logvar, w.prior_std).mean(dim=-1)
+        kl_y = est.categorical_kl_to_uniform(fp.log_probs).mean(dim=-1)
+        beta = _w(w.beta, recon)
+        objective = recon - beta * (kl_z + kl_y) - beta * vat
+        return {"loss": -objective, "recon": recon, "kl_z": kl_z, "kl_y": kl_y, "mi_y": mi_y, "vat": vat}
+
+
+class InfoVAEObjective(Objective):
+    """InfoVAE (Zhao et al. 2017) in its MMD form, as Figure 4 summarises it, plus VAT:
+
+    -(E[log q(x|y,z)] - beta [mmd_weight MMD(q(z), r(z)) + KL(p(y) || r(y))] - beta VAT).
+
+    The mutual-information terms of the ELBO are dropped; the aggregate posteriors are pushed to
+    the priors: for z the squared MMD (:func:`~imae.estimators.maximum_mean_discrepancy`, kernel
+    ``mmd_kernel``) between the batch's z samples and as many samples of r(z), for y the KL of the
+    batch-averaged p(y|x) to the uniform r(y).
+    """
+
+    name = "info_vae"
+    summary = "InfoVAE (MMD): reconstruction - beta*[mmd_weight*MMD(q(z), r(z)) + KL(p(y)||r(y))] - beta*VAT"
+
+    def terms(self, nets: HybridAutoencoder, x: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
+        cfg, w = self.cfg, self.w
+        fp, recon, vat, mi_y = _autoencoder_terms(self, nets, x)
+        prior_z = gaussian_prior_sample(fp.z, est.per_member(w.prior_std, fp.z))
+        mmd_z = est.maximum_mean_discrepancy(fp.z, prior_z, cfg.mmd_kernel, w.prior_std)
+        kl_y_marginal = est.marginal_kl_to_uniform(fp.log_probs)
+        beta = _w(w.beta, recon)
+        objective = recon - beta * (_w(w.mmd_weight, recon) * mmd_z + kl_y_marginal) - beta * vat
+        return {"loss": -objective, "recon": recon, "mmd_z": mmd_z, "kl_y_marginal": kl_y_marginal,
+                "mi_y": mi_y, "vat": vat}
+
+
+class JointVAEObjective(Objective):
+    """JointVAE (Dupont 2018), plus VAT:
+
+    -(E[log q(x|y,z)] - gamma |KL_z - C_z(t)| - gamma |KL_y - C_y(t)| - beta VAT),
+
+    KL_z = KL(p(z|x) || r(z)) and KL_y = KL(p(y|x) || uniform), in closed form and averaged over
+    the batch; the capacities rise linearly from 0 at step 0 to ``capacity_z_max`` and
+    ``capacity_y_max`` at step ``capacity_steps`` (:func:`~imae.estimators.linear_capacity`), C_y
+    capped at log K2.  gamma is the capacity weight (Figure 4 calls it beta).
+    """
+
+    name = "joint_vae"
+    summary = "JointVAE: reconstruction - gamma*|KL_z - C_z(t)| - gamma*|KL_y - C_y(t)| - beta*VAT, C rising linearly"
+
+    def terms(self, nets: HybridAutoencoder, x: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
+        cfg, w = self.cfg, self.w
+        fp, recon, vat, mi_y = _autoencoder_terms(self, nets, x)
+        kl_z = est.gaussian_kl_to_prior(fp.mean, fp.logvar, w.prior_std).mean(dim=-1)
+        kl_y = est.categorical_kl_to_uniform(fp.log_probs).mean(dim=-1)
+        log_k2 = math.log(fp.log_probs.shape[-1])
+        capacity_z = _per_term(est.linear_capacity(step, w.capacity_z_max, cfg.capacity_steps), recon)
+        capacity_y = _per_term(est.linear_capacity(step, w.capacity_y_max, cfg.capacity_steps, limit=log_k2), recon)
+        gamma = _w(w.gamma, recon)
+        objective = recon - gamma * (kl_z - capacity_z).abs() - gamma * (kl_y - capacity_y).abs() - _w(w.beta, recon) * vat
+        return {"loss": -objective, "recon": recon, "kl_z": kl_z, "kl_y": kl_y, "capacity_z": capacity_z,
+                "capacity_y": capacity_y, "mi_y": mi_y, "vat": vat}
+
+
+class BetaTCVAEObjective(Objective):
+    """beta-TCVAE (Chen et al. 2018) on the hybrid code, plus VAT:
+
+    -(E[log q(x|y,z)] - alpha [I(x;z) + I(x;y)] - beta TC(z) - gamma [sum_k KL(q(z_k)||r(z_k)) + KL(p(y)||r(y))]
+      - beta VAT).
+
+    Chen et al.'s decomposition E_x KL(q(z|x) || r(z)) = I(x;z) + TC(z) + sum_k KL(q(z_k)||r(z_k))
+    with their minibatch estimators (``tc_estimator``: mws or mss, as in IMAE); y, for which the
+    decomposition has no TC, is treated as one more factor: the batch mean of KL(p(y|x)||r(y))
+    is exactly I_hat(x;y) (eq. 7) + KL(batch-averaged p(y) || r(y)), weighed by alpha and gamma.
+    alpha = beta = gamma = 1 is thus a batch estimate of the ELBO's KL terms; Chen et al. keep
+    alpha = gamma = 1 and vary beta.
+    """
+
+    name = "beta_tcvae"
+    summary = "beta-TCVAE: reconstruction - alpha*I(x;z,y) - beta*TC(z) - gamma*dimension-wise KL - beta*VAT"
+
+    def terms(self, nets: HybridAutoencoder, x: torch.Tensor, step: int = 0) -> dict[str, torch.Tensor]:
+        cfg, w = self.cfg, self.w
+        fp, recon, vat, mi_y = _autoencoder_terms(self, nets, x)
+        aggregate = est.aggregate_log_density(fp.z, fp.mean, fp.logvar, self.dataset_size, cfg.tc_estimator)
+        mi_z = est.index_code_mutual_information(aggregate, fp.z, fp.mean, fp.logvar)
+        tc = est.total_correlation(aggregate)
+        dwkl_z = est.marginal_kl_to_prior(aggregate, fp.z, w.prior_std)
+        kl_y_marginal = est.marginal_kl_to_uniform(fp.log_probs)
+        alpha, beta, gamma = _w(w.alpha, recon), _w(w.beta, recon), _w(w.gamma, recon)
+        objective = recon - alpha * (mi_z + mi_y) - beta * tc - gamma * (dwkl_z + kl_y_marginal) - beta * vat
+        return {"loss": -objective, "recon": recon, "mi_z": mi_z, "tc": tc, "dwkl_z": dwkl_z, "mi_y": mi_y,
+                "kl_y_marginal": kl_y_marginal, "vat": vat}
+
+
+def _per_term(value, term: torch.Tensor) -> torch.Tensor:
+    """A float or per-member ``[E]`` value as a tensor shaped like the per-member ``term`` (for logging)."""
+    return torch.as_tensor(value, dtype=term.dtype, device=term.device).expand(term.shape).clone()
+
+
+#: name -> objective class; ``Config.model`` (or its alias ``objective``) picks one; ``imae train
+#: --list-models`` prints each with its ``summary``.
+OBJECTIVES: dict[str, Callable] = {
+    cls.name: cls for cls in (IMAEObjective, BetaVAEObjective, InfoVAEObjective, JointVAEObjective, BetaTCVAEObjective)
+}
 
 
 def build_objective(name: str, cfg, dataset_size: int) -> Objective:
