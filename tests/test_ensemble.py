@@ -187,3 +187,18 @@ def test_a_diverging_member_does_not_stop_the_others(tiny_npz, tmp_path):
     rows = {r["objective.beta"]: r for r in csv.DictReader((tmp_path / "runs" / "sw" / "summary.csv").open())}
     assert rows["1.0"]["diverged"] == "False" and float(rows["1.0"]["cluster_acc"]) > 0
     assert rows["1e+38"]["diverged"] == "True"
+
+
+def test_an_interrupted_sweep_resumes_keeping_finished_runs(tiny_npz, tmp_path):
+    assert _sweep(tmp_path, tiny_npz, "--grid", "objective.beta=1,3", "--ensemble-size", "1") == 0
+    sweep_dir = tmp_path / "runs" / "sw"
+    kept, broken = sweep_dir / "digits_imae_beta=1_seed=0", sweep_dir / "digits_imae_beta=3_seed=0"
+    kept_weights = (kept / "model.safetensors").read_bytes()
+    (broken / "metrics.json").unlink()  # as if interrupted before evaluation
+    (sweep_dir / "summary.csv").unlink()
+    assert main(["sweep", "--resume", str(sweep_dir), "--no-progress"]) == 0
+    assert (kept / "model.safetensors").read_bytes() == kept_weights  # not retrained
+    assert (broken / "metrics.json").exists()
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert sorted(r["run"] for r in rows) == [kept.name, broken.name]
+    assert main(["sweep", "--resume", str(tmp_path), "--no-progress"]) == 2  # not a sweep folder

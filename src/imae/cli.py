@@ -42,10 +42,24 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--data-root", help="folder holding named data sets (sets data.root)")
     sw.add_argument("--runs-dir", default="runs", help="where the sweep folder goes (default: runs)")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument("--resume", metavar="SWEEP_DIR",
+                    help="finish an interrupted sweep: keep finished runs, train the others again")
 
-    ev = sub.add_parser("eval", help="recompute metrics.json of a run and print it")
+    ev = sub.add_parser(
+        "eval", help="recompute metrics.json of a run and print it",
+        description="Recompute metric groups of a run, print them as a table and write them into "
+                    "RUN_DIR/metrics.json. Keys of groups that are not recomputed (e.g. from training) are "
+                    "kept; the recomputed keys are replaced.",
+        epilog="metric groups: " + "; ".join(f"{name}: {what}" for name, what in _metric_groups().items()),
+    )
     ev.add_argument("run_dir")
+    ev.add_argument("--metrics", metavar="GROUPS",
+                    help="comma list of metric groups to compute, e.g. mig,dci (default: eval.metrics of the "
+                         "run's config, or else every group that applies; the disentanglement groups mig, "
+                         "mig_chen, dci, factor_vae, sap need ground-truth factors, i.e. dSprites, where they "
+                         "use the full 737,280-image grid)")
     ev.add_argument("--data-root", help="folder holding named data sets")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     tr = sub.add_parser("traverse", help="redraw the latent traversal figure of a run")
     tr.add_argument("run_dir")
@@ -58,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("name", choices=["mnist", "fashion-mnist"])
     dl.add_argument("--root", required=True, help="folder to download into")
     return parser
+
+
+def _metric_groups() -> dict[str, str]:
+    from imae.metric_groups import METRIC_GROUPS
+
+    return METRIC_GROUPS
 
 
 def _print_table(rows: list[tuple[str, str]]) -> None:
@@ -103,8 +123,11 @@ def _toml_str(text: str) -> str:
 def _cmd_eval(args) -> int:
     from imae import runner
     from imae.evaluate import summary_rows
+    from imae.metric_groups import parse_metric_groups
 
-    metrics = runner.evaluate_run(args.run_dir, data_root=args.data_root)
+    groups = parse_metric_groups(args.metrics)  # a bad name fails before anything is loaded
+    progress = not args.no_progress
+    metrics = runner.evaluate_run(args.run_dir, data_root=args.data_root, metrics=groups, progress=progress)
     _print_table(summary_rows(metrics))
     return 0
 
@@ -113,12 +136,20 @@ def _cmd_sweep(args) -> int:
     from imae import sweep
     from imae.config import apply_overrides, read_toml
 
+    progress = False if args.no_progress else None
+    if args.resume:
+        if args.config or args.overrides or args.grid or args.derive or args.name:
+            raise UserInputError("--resume takes the sweep from SWEEP_DIR/sweep.toml; drop the other options")
+        sweep_dir = sweep.resume_sweep(args.resume, progress=progress)
+        print((sweep_dir / sweep.SUMMARY_FILE).read_text(), end="")
+        print(f"sweep folder: {sweep_dir}")
+        return 0
     overrides = list(args.overrides) + ([f"data.root={_toml_str(args.data_root)}"] if args.data_root else [])
     base = apply_overrides(read_toml(args.config) if args.config else {}, overrides)
     spec = sweep.SweepSpec(grid=sweep.parse_grid(args.grid), derive=sweep.parse_derive(args.derive),
                            seeds=sweep.parse_seeds(args.seeds))
     sweep_dir = sweep.run_sweep(base, spec, runs_dir=args.runs_dir, ensemble_size=args.ensemble_size,
-                                progress=False if args.no_progress else None, name=args.name)
+                                progress=progress, name=args.name)
     print((sweep_dir / sweep.SUMMARY_FILE).read_text(), end="")
     print(f"sweep folder: {sweep_dir}")
     return 0

@@ -221,32 +221,60 @@ def train_ensemble(configs: Sequence[Config], run_dirs: Sequence[Path], progress
 
 
 def run_sweep(base: dict[str, Any], spec: SweepSpec, runs_dir: str | Path = "runs", ensemble_size: int = 16,
-              progress: bool | None = None, name: str | None = None) -> Path:
-    """Expand, plan and train a sweep into ``runs_dir/<name>/``; write sweep.toml and summary.csv."""
+              progress: bool | None = None, name: str | None = None, sweep_dir: Path | None = None) -> Path:
+    """Expand, plan and train a sweep into ``runs_dir/<name>/``; write sweep.toml and summary.csv.
+
+    With ``sweep_dir`` (an existing sweep folder, see :func:`resume_sweep`) runs that already
+    have their metrics.json are kept and the others are trained again from scratch.
+    """
+    import shutil
+
     from imae.runner import load_data, unique_run_dir
 
     configs = expand(base, spec)
-    plan = plan_ensembles(configs, ensemble_size)
+    done = {}
+    if sweep_dir is not None:
+        for config in configs:
+            metrics_file = sweep_dir / config.name / ckpt.METRICS_FILE
+            if metrics_file.is_file():
+                done[config.name] = json.loads(metrics_file.read_text())
+    todo = [c for c in configs if c.name not in done]
+    plan = plan_ensembles(todo, ensemble_size) if todo else []
     data_cache: dict[str, tuple] = {}
     for group in plan:  # check every input before creating any folder
         key = json.dumps(dataclasses.asdict(group[0].data), sort_keys=True)
         if key not in data_cache:
             data_cache[key] = load_data(group[0])
-    sweep_dir = unique_run_dir(Path(runs_dir), name or f"{base.get('name', 'digits_imae')}_sweep")
-    sweep_dir.mkdir(parents=True)
-    ckpt.atomic_write(sweep_dir / SPEC_FILE, lambda tmp: _write_spec(tmp, base, spec, ensemble_size))
-    rows = []
+    if sweep_dir is None:
+        sweep_dir = unique_run_dir(Path(runs_dir), name or f"{base.get('name', 'digits_imae')}_sweep")
+        sweep_dir.mkdir(parents=True)
+        ckpt.atomic_write(sweep_dir / SPEC_FILE, lambda tmp: _write_spec(tmp, base, spec, ensemble_size))
+    rows = {c.name: _summary_row(c, spec, done[c.name]) for c in configs if c.name in done}
     for i, group in enumerate(plan):
         if progress is not False and len(plan) > 1:
             import sys
 
             print(f"ensemble {i + 1}/{len(plan)}: {len(group)} runs", file=sys.stderr)
         run_dirs = [sweep_dir / c.name for c in group]
+        for run_dir in run_dirs:  # an interrupted run starts again
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
         data = data_cache[json.dumps(dataclasses.asdict(group[0].data), sort_keys=True)]
         for config, metrics in zip(group, train_ensemble(group, run_dirs, progress=progress, data=data)):
-            rows.append(_summary_row(config, spec, metrics))
-        _write_summary(sweep_dir / SUMMARY_FILE, rows, spec)
+            rows[config.name] = _summary_row(config, spec, metrics)
+        _write_summary(sweep_dir / SUMMARY_FILE, [rows[c.name] for c in configs if c.name in rows], spec)
+    if not plan:
+        _write_summary(sweep_dir / SUMMARY_FILE, [rows[c.name] for c in configs if c.name in rows], spec)
     return sweep_dir
+
+
+def resume_sweep(sweep_dir: str | Path, progress: bool | None = None) -> Path:
+    """Finish an interrupted sweep: keep finished runs, train the unfinished ones again."""
+    sweep_dir = Path(sweep_dir)
+    if not (sweep_dir / SPEC_FILE).is_file():
+        raise ConfigError(f"{sweep_dir} has no {SPEC_FILE}; give the folder `imae sweep` wrote")
+    base, spec, ensemble_size = read_spec(sweep_dir)
+    return run_sweep(base, spec, ensemble_size=ensemble_size, progress=progress, sweep_dir=sweep_dir)
 
 
 def _write_spec(path: Path, base: dict, spec: SweepSpec, ensemble_size: int) -> None:
@@ -296,4 +324,4 @@ def read_spec(sweep_dir: str | Path) -> tuple[dict, SweepSpec, int]:
 
 
 __all__ = ["SweepSpec", "expand", "parse_derive", "parse_grid", "parse_seeds", "plan_ensembles", "run_sweep",
-           "train_ensemble", "ensemble_key", "read_spec"]
+           "train_ensemble", "ensemble_key", "read_spec", "resume_sweep"]
