@@ -18,7 +18,8 @@ binary 28x28 images: throughput does not depend on the pixel values) with the Ta
   a torchvision-style per-item Dataset through a DataLoader; a DataLoader over a TensorDataset;
   pythae's BetaVAE through its own training pipeline (optional extra ``.[bench]``); ensembles
   of E = 1, 4, 16, 64 members.
-* Peak memory is the peak resident-set growth during the row (CPU, sampled every 2 ms) or
+* Peak memory is the peak growth of live allocated memory while the row builds its model and
+  runs its warm-up epoch (CPU: glibc's mallinfo2, sampled every 5 ms) or
   ``torch.cuda.max_memory_allocated`` (GPU).
 """
 
@@ -55,8 +56,8 @@ class PeakMemory:
     """Peak growth of live allocated memory inside the block.
 
     CPU: the bytes glibc's allocator has handed out and not yet freed (``mallinfo2``: in-use
-    heap plus mmap'd blocks, which is where torch's CPU tensors live), sampled every
-    millisecond by a thread, so memory freed by an earlier row does not hide a later row's
+    heap plus mmap'd blocks, which is where torch's CPU tensors live), sampled every 5 ms
+    by a thread (during model building and the warm-up epoch, not while timing), so memory freed by an earlier row does not hide a later row's
     peak as resident-set sizes would.  CUDA: ``torch.cuda.max_memory_allocated``.
     """
 
@@ -83,7 +84,7 @@ class PeakMemory:
         def sample():
             while not self._stop.is_set():
                 self._peak = max(self._peak, self._live())
-                time.sleep(0.001)
+                time.sleep(0.005)
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
@@ -223,13 +224,12 @@ def time_ours(config, images: torch.Tensor, members: int, steps: int, device: to
     if compile_objective:
         trainer.objective = compiled_objective(objective)
     trainer.run(1, progress=False)  # warm-up epoch (allocations, compilation)
+    mem.__exit__(None, None, None)  # the sampler thread is stopped before timing: it takes the GIL
     _sync(device)
     start = time.perf_counter()
     trainer.run(2, progress=False)
     _sync(device)
-    seconds = (time.perf_counter() - start) / steps
-    mem.__exit__(None, None, None)
-    return seconds, mem.peak_bytes
+    return (time.perf_counter() - start) / steps, mem.peak_bytes
 
 
 # ----------------------------------------------------------------------------- typical user loops

@@ -179,6 +179,7 @@ def test_sweep_bad_input_leaves_no_folder(tiny_npz, tmp_path, capsys):
     assert _sweep(tmp_path, tiny_npz, "--grid", "objective.betta=1,2") == 2
     assert "objective.betta" in capsys.readouterr().err
     assert _sweep(tmp_path, tiny_npz, "--grid", "objective.beta=1,2", "--set", 'data.name="/nope.npz"') == 2
+    assert _sweep(tmp_path, tiny_npz, "--grid", "objective.beta=1,2", "--set", 'eval.metrics=["migg"]') == 2
     assert not (tmp_path / "runs").exists()
 
 

@@ -229,7 +229,7 @@ def run_sweep(base: dict[str, Any], spec: SweepSpec, runs_dir: str | Path = "run
     """
     import shutil
 
-    from imae.runner import load_data, unique_run_dir
+    from imae.runner import check_metric_groups, load_data, unique_run_dir
 
     configs = expand(base, spec)
     done = {}
@@ -245,6 +245,8 @@ def run_sweep(base: dict[str, Any], spec: SweepSpec, runs_dir: str | Path = "run
         key = json.dumps(dataclasses.asdict(group[0].data), sort_keys=True)
         if key not in data_cache:
             data_cache[key] = load_data(group[0])
+        for config in group:
+            check_metric_groups(config, data_cache[key][1])
     if sweep_dir is None:
         sweep_dir = unique_run_dir(Path(runs_dir), name or f"{base.get('name', 'digits_imae')}_sweep")
         sweep_dir.mkdir(parents=True)
