@@ -38,8 +38,7 @@ FAST_MIN_ELEMENTS = 2_000_000_000
 #: bound on the log-densities held at once by the eager path
 EAGER_MAX_ELEMENTS = 1 << 22
 
-_compiled = None
-_compiled_joint = None
+_COMPILED: dict = {}  # plain kernel -> its torch.compile'd version, built on first use
 _compile_failed = False
 
 
@@ -61,22 +60,20 @@ def _block_log_sums_joint(z: torch.Tensor, mu: torch.Tensor, inv_std: torch.Tens
     return torch.logsumexp(terms.sum(dim=0), dim=-1), torch.logsumexp(terms, dim=-1)
 
 
-def _kernel(fast: bool):
-    global _compiled
+def _compiled_or_plain(kernel, fast: bool):
     if not fast:
-        return _block_log_sum
-    if _compiled is None:
-        _compiled = torch.compile(_block_log_sum, dynamic=False, fullgraph=True)
-    return _compiled
+        return kernel
+    if kernel not in _COMPILED:
+        _COMPILED[kernel] = torch.compile(kernel, dynamic=False, fullgraph=True)
+    return _COMPILED[kernel]
+
+
+def _kernel(fast: bool):
+    return _compiled_or_plain(_block_log_sum, fast)
 
 
 def _joint_kernel(fast: bool):
-    global _compiled_joint
-    if not fast:
-        return _block_log_sums_joint
-    if _compiled_joint is None:
-        _compiled_joint = torch.compile(_block_log_sums_joint, dynamic=False, fullgraph=True)
-    return _compiled_joint
+    return _compiled_or_plain(_block_log_sums_joint, fast)
 
 
 def use_fast_path(fast: bool | None, elements: float, device: torch.device) -> bool:

@@ -56,14 +56,19 @@ def _normalised_entropy(p: np.ndarray, axis: int, base: int) -> np.ndarray:
     return -(p * logs).sum(axis=axis) / np.log(base)
 
 
+def _weighted_specificity(r: np.ndarray, axis: int) -> float:
+    """sum_i rho_i (1 - H(R_i / sum R_i)) over the rows (axis=1) or columns (axis=0) of R."""
+    per_item = 1.0 - _normalised_entropy(r + _EPS, axis=axis, base=r.shape[axis])
+    weights = np.ones_like(r) if r.sum() == 0 else r
+    return float(np.sum(per_item * weights.sum(axis=axis) / weights.sum()))
+
+
 def disentanglement_score(importance) -> float:
     """sum_k rho_k (1 - H_J(R_k. / sum_j R_kj)) for an importance matrix R ``[K, J]``."""
     r = np.asarray(importance, dtype=np.float64)
     if r.ndim != 2 or r.shape[1] < 2:
         raise ValueError(f"importance must be [K, J >= 2], got shape {r.shape}")
-    per_code = 1.0 - _normalised_entropy(r + _EPS, axis=1, base=r.shape[1])
-    weights = np.ones_like(r) if r.sum() == 0 else r
-    return float(np.sum(per_code * weights.sum(axis=1) / weights.sum()))
+    return _weighted_specificity(r, axis=1)
 
 
 def completeness_score(importance) -> float:
@@ -71,9 +76,7 @@ def completeness_score(importance) -> float:
     r = np.asarray(importance, dtype=np.float64)
     if r.ndim != 2 or r.shape[0] < 2:
         raise ValueError(f"importance must be [K >= 2, J], got shape {r.shape}")
-    per_factor = 1.0 - _normalised_entropy(r + _EPS, axis=0, base=r.shape[0])
-    weights = np.ones_like(r) if r.sum() == 0 else r
-    return float(np.sum(per_factor * weights.sum(axis=0) / weights.sum()))
+    return _weighted_specificity(r, axis=0)
 
 
 def _fit_one(codes_train, target_train, codes_test, target_test, seed):
