@@ -55,8 +55,9 @@ class EnsembleLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_members(x, self.members, self.in_features, "EnsembleLinear")
-        if x.dim() == 2:
-            return torch.addmm(self.bias[0], x, self.weight[0])
+        if x.dim() == 2:  # E = 1; squeeze(0) is a view with a view backward, where indexing [0] would
+            # make autograd build a zero-filled copy of the whole weight on every backward pass
+            return torch.addmm(self.bias.squeeze(0), x, self.weight.squeeze(0))
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight)
 
     def extra_repr(self) -> str:
@@ -86,8 +87,8 @@ class EnsembleBatchNorm(nn.Module):
             self.num_batches_tracked.add_(1)
         if x.dim() == 2 or self.members == 1:
             flat = x.reshape(-1, self.features) if x.dim() == 2 else x[0]
-            out = F.batch_norm(flat, self.running_mean[0], self.running_var[0], self.weight[0], self.bias[0],
-                               self.training, self.momentum, self.eps)
+            out = F.batch_norm(flat, self.running_mean.squeeze(0), self.running_var.squeeze(0),
+                               self.weight.squeeze(0), self.bias.squeeze(0), self.training, self.momentum, self.eps)
             return out if x.dim() == 2 else out.unsqueeze(0)
         e, m, f = x.shape
         side_by_side = x.transpose(0, 1).reshape(m, e * f)
